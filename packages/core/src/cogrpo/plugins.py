@@ -1,0 +1,146 @@
+"""The plugin manager: hook specs, then built-ins, then the ``cogrpo`` entry points.
+
+Set ``COGRPO_DISABLE_PLUGIN_AUTOLOAD=1`` to skip entry points (tests register what they need with
+``get_plugin_manager(plugins=[...])``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pluggy
+
+from cogrpo import hookspecs
+from cogrpo.errors import PluginError
+
+ENTRY_POINT_GROUP = "cogrpo"
+DISABLE_AUTOLOAD_ENV = "COGRPO_DISABLE_PLUGIN_AUTOLOAD"
+
+#: plugin kind -> registration hook name
+KINDS: dict[str, str] = {
+    "backbone": "cogrpo_register_backbones",
+    "reward": "cogrpo_register_rewards",
+    "schedule_policy": "cogrpo_register_schedule_policies",
+    "fixed_schedule": "cogrpo_register_fixed_schedules",
+    "benchmark": "cogrpo_register_benchmarks",
+}
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One registered name: its kind, factory, and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str  # plugin (module) name as registered with pluggy
+    distribution: str  # "name version" of the installing distribution, or "builtin"/"local"
+
+    @property
+    def description(self) -> str:
+        doc = inspect.getdoc(self.factory) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+def _builtin_plugins() -> list[object]:
+    from cogrpo import builtin
+
+    return [builtin]
+
+
+def get_plugin_manager(plugins: Iterable[object] = (), *, autoload: bool | None = None) -> pluggy.PluginManager:
+    """Build a plugin manager: specs, built-ins, entry points (unless disabled), then ``plugins``."""
+    pm = pluggy.PluginManager("cogrpo")
+    pm.add_hookspecs(hookspecs)
+    for plugin in _builtin_plugins():
+        pm.register(plugin, name=f"cogrpo.{plugin.__name__.rsplit('.', 1)[-1]}")
+    if autoload is None:
+        autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
+    if autoload:
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # a broken plugin must not look like a cogrpo bug
+            raise PluginError(
+                f"a plugin in entry-point group '{ENTRY_POINT_GROUP}' failed to load: {exc!r} "
+                f"(set {DISABLE_AUTOLOAD_ENV}=1 to start without plugins)"
+            ) from exc
+    for plugin in plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
+    return pm
+
+
+def _distributions(pm: pluggy.PluginManager) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        out[id(plugin)] = f"{dist.project_name} {dist.version}"
+    return out
+
+
+def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, PluginEntry]:
+    """All registrations of one kind, rejecting duplicate names with a clear error."""
+    hook_name = KINDS[kind]
+    dists = _distributions(pm)
+    hook_caller = getattr(pm.hook, hook_name)
+    entries: dict[str, PluginEntry] = {}
+    for impl in reversed(hook_caller.get_hookimpls()):  # registration order
+        registered = impl.function() or {}
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        dist = dists.get(id(impl.plugin)) or ("builtin" if plugin_name.startswith("cogrpo.") else "local")
+        for name, factory in registered.items():
+            if name in entries:
+                other = entries[name]
+                raise PluginError(
+                    f"{kind} '{name}' is registered twice: by {other.plugin} ({other.distribution}) and by "
+                    f"{plugin_name} ({dist}); uninstall one of them or rename the registration"
+                )
+            entries[name] = PluginEntry(kind, name, factory, plugin_name, dist)
+    return entries
+
+
+def resolve(pm: pluggy.PluginManager, kind: str, name: str) -> PluginEntry:
+    """Look one name up; an unknown name lists what is available (and the closest match)."""
+    entries = collect(pm, kind)
+    if name in entries:
+        return entries[name]
+    available = ", ".join(sorted(entries)) or "none installed"
+    close = difflib.get_close_matches(name, list(entries), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    label = kind.replace("_", " ")
+    raise PluginError(f"unknown {label} '{name}'{hint}; available: {available}")
+
+
+def create(pm: pluggy.PluginManager, kind: str, name: str, **kwargs: Any) -> Any:
+    """Resolve ``name`` and call its factory with keyword arguments."""
+    return resolve(pm, kind, name).factory(**kwargs)
+
+
+@cache
+def default_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager used by the CLI (built once)."""
+    return get_plugin_manager()
+
+
+def list_plugins(pm: pluggy.PluginManager) -> list[PluginEntry]:
+    """Every registration of every kind, sorted by kind then name."""
+    rows: list[PluginEntry] = []
+    for kind in KINDS:
+        rows.extend(sorted(collect(pm, kind).values(), key=lambda e: e.name))
+    return rows
+
+
+def distribution_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None

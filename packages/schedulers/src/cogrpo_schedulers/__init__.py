@@ -1,0 +1,1 @@
+"""Fixed schedules and learned schedule-policy heads for cogrpo."""
