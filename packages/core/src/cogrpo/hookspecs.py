@@ -13,6 +13,7 @@ is what ``cogrpo plugins`` shows. Factories are called with keyword arguments on
 * schedule policy: ``factory(*, feature_dim, feature_grid, components, **options) -> nn.Module``
 * fixed schedule: ``factory(**options) -> FixedSchedule``
 * benchmark: ``factory(*, path, **options) -> Benchmark``
+* prompt set: ``factory() -> list[str]``
 
 Import heavy dependencies inside the factory, not at module level: ``cogrpo plugins`` imports
 every plugin module.
@@ -78,6 +79,14 @@ def cogrpo_register_benchmarks() -> dict[str, Callable[..., Any]]:
     """Register evaluation benchmarks (:class:`cogrpo.protocols.Benchmark`).
 
     :return: a mapping from benchmark name (``cogrpo eval --benchmark NAME``) to its factory.
+    """
+
+
+@hookspec
+def cogrpo_register_prompt_sets() -> dict[str, Callable[..., Any]]:
+    """Register named training prompt sets (``--prompts NAME``; a file path works too).
+
+    :return: a mapping from prompt-set name to a factory ``factory() -> list[str]``.
     """
 
 

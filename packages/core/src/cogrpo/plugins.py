@@ -30,6 +30,7 @@ KINDS: dict[str, str] = {
     "schedule_policy": "cogrpo_register_schedule_policies",
     "fixed_schedule": "cogrpo_register_fixed_schedules",
     "benchmark": "cogrpo_register_benchmarks",
+    "prompt_set": "cogrpo_register_prompt_sets",
 }
 
 
