@@ -25,6 +25,18 @@ def brightness_reward(*, device: Any = "cpu", dtype: Any = None, path: str | Non
     return BrightnessReward(device=device, dtype=dtype or torch.float32, **options)
 
 
+def tiny_head(*, feature_dim: int, feature_grid: tuple[int, int], components: tuple[str, ...], **options: Any):
+    """Minimal zero-initialised schedule head on pooled features (for tests)."""
+    from cogrpo.testing.tiny import TinyScheduleHead
+
+    return TinyScheduleHead(feature_dim, components, **options)
+
+
+@hookimpl
+def cogrpo_register_schedule_policies() -> dict:
+    return {"tiny-head": tiny_head}
+
+
 @hookimpl
 def cogrpo_register_backbones() -> dict:
     return {"tiny": tiny_backbone}

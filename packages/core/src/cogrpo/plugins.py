@@ -64,14 +64,22 @@ def get_plugin_manager(plugins: Iterable[object] = (), *, autoload: bool | None 
         pm.register(plugin, name=f"cogrpo.{plugin.__name__.rsplit('.', 1)[-1]}")
     if autoload is None:
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "") in ("", "0")
+    distributions: dict[int, str] = {}
     if autoload:
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as exc:  # a broken plugin must not look like a cogrpo bug
-            raise PluginError(
-                f"a plugin in entry-point group '{ENTRY_POINT_GROUP}' failed to load: {exc!r} "
-                f"(set {DISABLE_AUTOLOAD_ENV}=1 to start without plugins)"
-            ) from exc
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must not look like a cogrpo bug
+                raise PluginError(
+                    f"plugin '{ep.name}' ({ep.value}) from {dist} failed to import: {exc!r}; reinstall or uninstall "
+                    f"that distribution (or set {DISABLE_AUTOLOAD_ENV}=1 to start without plugins)"
+                ) from exc
+            pm.register(plugin, name=ep.name)
+            distributions[id(plugin)] = dist
+    pm.cogrpo_distributions = distributions  # type: ignore[attr-defined]
     for plugin in plugins:
         pm.register(plugin)
     try:
@@ -82,10 +90,7 @@ def get_plugin_manager(plugins: Iterable[object] = (), *, autoload: bool | None 
 
 
 def _distributions(pm: pluggy.PluginManager) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for plugin, dist in pm.list_plugin_distinfo():
-        out[id(plugin)] = f"{dist.project_name} {dist.version}"
-    return out
+    return dict(getattr(pm, "cogrpo_distributions", {}))
 
 
 def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, PluginEntry]:

@@ -108,6 +108,12 @@ class ScheduleActor:
         mu = self.policy(features.to(param.device, param.dtype), progress.to(param.device, param.dtype))
         return mu.float()
 
+    def active(self, step: int, num_steps: int) -> torch.Tensor:
+        """``[C]`` bool: components that affect step ``k``. At the last step nothing is re-masked, so
+        ``r`` and ``τr`` have no effect: they keep the base value and add no log-probability."""
+        last = step == num_steps - 1
+        return torch.tensor([not (last and c in ("r", "tau_r")) for c in self.components], dtype=torch.bool)
+
     def act(
         self,
         features: torch.Tensor | None,
@@ -132,13 +138,17 @@ class ScheduleActor:
             actions = mu + self.sigma * noise
         else:
             raise ValueError(f"unknown schedule action mode '{mode}' (sample, mean or base)")
-        return ScheduleAction(actions, map_actions(actions, base, self.components), gaussian_log_prob(actions, mu, self.sigma))
+        active = self.active(step, num_steps)
+        used = [c for c, a in zip(self.components, active.tolist()) if a]
+        values = map_actions(actions[:, active], base, used)
+        return ScheduleAction(actions, values, gaussian_log_prob(actions[:, active], mu[:, active], self.sigma))
 
     def log_prob(self, features: torch.Tensor, step: int, num_steps: int, actions: torch.Tensor) -> torch.Tensor:
         """log π_φ(actions | features, progress) with gradient into φ: ``[B]`` (on the CPU)."""
         progress = torch.full((actions.shape[0],), step / num_steps)
         mu = self.mean(features, progress)
-        return gaussian_log_prob(actions.to(mu.device), mu, self.sigma)
+        active = self.active(step, num_steps).to(mu.device)
+        return gaussian_log_prob(actions.to(mu.device)[:, active], mu[:, active], self.sigma)
 
 
 def standard_normal(shape: tuple[int, int], generators: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Test kit for cogrpo and its plugins: a tiny random-weight backbone and contract mixins."""
 
 from cogrpo.testing.contracts import BackboneContract, RewardContract, SchedulePolicyContract
-from cogrpo.testing.tiny import BrightnessReward, TinyBackbone, TinyMDM
+from cogrpo.testing.tiny import BrightnessReward, TinyBackbone, TinyMDM, TinyScheduleHead
 
 __all__ = [
     "BackboneContract",
@@ -10,4 +10,5 @@ __all__ = [
     "SchedulePolicyContract",
     "TinyBackbone",
     "TinyMDM",
+    "TinyScheduleHead",
 ]

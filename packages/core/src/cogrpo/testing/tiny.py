@@ -175,3 +175,21 @@ class BrightnessReward:
         x = images.to(self.device, self.dtype)
         scores = x.mean(dim=(1, 2, 3)).float().cpu()
         return RewardOutput(scores=scores, info={"red": x[:, 0].mean(dim=(1, 2)).float().cpu()})
+
+
+class TinyScheduleHead(nn.Module):
+    """Mean-pooled features and progress -> a zero-initialised linear layer (a minimal schedule head)."""
+
+    def __init__(self, feature_dim: int, components: tuple[str, ...], hidden: int = 16) -> None:
+        super().__init__()
+        from cogrpo.schedule import canonical_components
+
+        self.components = canonical_components(components)
+        self.body = nn.Sequential(nn.Linear(feature_dim + 1, hidden), nn.Tanh())
+        self.out = nn.Linear(hidden, len(self.components))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: torch.Tensor, progress: torch.Tensor) -> torch.Tensor:
+        pooled = features.mean(dim=(2, 3))  # [B, D]
+        return self.out(self.body(torch.cat([pooled, progress[:, None]], dim=1)))  # [B, C]
