@@ -22,7 +22,7 @@ from rich.table import Table
 from safetensors.torch import load_file, save_file
 
 from cogrpo import plugins
-from cogrpo.build import build_actor, build_backbone, build_rewards
+from cogrpo.build import build_actor, build_backbone, build_base_schedule, build_rewards
 from cogrpo.checkpoint import TrainState, find_checkpoint, load_module_state, read_checkpoint
 from cogrpo.config import TrainConfig
 from cogrpo.errors import CheckpointError, CogrpoError
@@ -199,7 +199,7 @@ def load_run_policies(pm, source: str | None, config: TrainConfig) -> tuple[Trai
     """
     if source is None:
         backbone = build_backbone(pm, config)
-        return config, backbone, ScheduleActor(build_actor(pm, config, backbone).base), "base"
+        return config, backbone, ScheduleActor(build_base_schedule(pm, config, backbone)), "base"
     ckpt = find_checkpoint(source)
     run_dir = ckpt.parent.parent
     if not (run_dir / "config.yaml").is_file():
@@ -233,12 +233,9 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate one policy on one benchmark for every step count and seed; write results.json,
     results.md and per-run benchmark outputs under ``out_dir``."""
-    run_config, backbone, actor, label = load_run_policies(pm, source, config)
-    if schedule == "fixed" or actor.policy is None:
-        mode = "base"
-    else:
-        mode = "mean"
     benchmark = build_benchmark(pm, benchmark_name, bench_options)
+    run_config, backbone, actor, label = load_run_policies(pm, source, config)
+    mode = "base" if schedule == "fixed" or actor.policy is None else "mean"
     rewards = []
     if extra_rewards:
         reward_config = TrainConfig(reward=list(extra_rewards), reward_weights=[1.0] * len(extra_rewards),

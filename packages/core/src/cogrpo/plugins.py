@@ -99,9 +99,9 @@ def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, PluginEntry]:
     dists = _distributions(pm)
     hook_caller = getattr(pm.hook, hook_name)
     entries: dict[str, PluginEntry] = {}
-    for impl in reversed(hook_caller.get_hookimpls()):  # registration order
+    for impl in hook_caller.get_hookimpls():  # registration order
         registered = impl.function() or {}
-        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        plugin_name = _plugin_label(pm, impl.plugin)
         dist = dists.get(id(impl.plugin)) or ("builtin" if plugin_name.startswith("cogrpo.") else "local")
         for name, factory in registered.items():
             if name in entries:
@@ -112,6 +112,13 @@ def collect(pm: pluggy.PluginManager, kind: str) -> dict[str, PluginEntry]:
                 )
             entries[name] = PluginEntry(kind, name, factory, plugin_name, dist)
     return entries
+
+
+def _plugin_label(pm: pluggy.PluginManager, plugin: object) -> str:
+    name = pm.get_name(plugin) or ""
+    if name and not name.isdigit():
+        return name
+    return getattr(plugin, "__name__", None) or f"{type(plugin).__module__}.{type(plugin).__qualname__}"
 
 
 def resolve(pm: pluggy.PluginManager, kind: str, name: str) -> PluginEntry:

@@ -47,7 +47,8 @@ class RunDir:
                 )
         path.mkdir(parents=True, exist_ok=True)
         config = dataclasses.replace(config, run_dir=str(path), resume=None)
-        config.save(path / "config.yaml")
+        # --max-iterations stops this invocation only; the saved config describes the whole run
+        dataclasses.replace(config, max_iterations=None).save(path / "config.yaml")
         return cls(path, config, resuming=False)
 
     @classmethod
@@ -57,7 +58,12 @@ class RunDir:
         if not saved_file.is_file():
             raise CheckpointError(f"cannot resume {path}: no config.yaml there (is it a cogrpo run directory?)")
         saved = TrainConfig.load(saved_file).validate()
-        control = {name: getattr(config, name) for name in RUN_CONTROL_FIELDS if name != "resume"}
+        defaults = TrainConfig()
+        control = {  # run-control options given for the resumption (those left at their default keep the saved value)
+            name: getattr(config, name)
+            for name in RUN_CONTROL_FIELDS
+            if name != "resume" and getattr(config, name) != getattr(defaults, name)
+        }
         merged = dataclasses.replace(saved, **control, run_dir=str(path), resume=None)
         try:
             find_checkpoint(path)

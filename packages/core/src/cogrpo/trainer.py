@@ -145,7 +145,7 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
 
             # 2. rollouts (no grad); the schedule actions come from π_φ unless the mode fixes them
             action_mode = rollout_action_mode(config, phase)
-            keep_features = phase == "schedule" and should_keep_features(config, backbone, settings.batch_size)
+            keep_features = phase in ("schedule", "joint") and should_keep_features(config, backbone, settings.batch_size)
             gens = trajectory_generators(config.seed, iteration, range(len(traj_prompts)), backbone.device)
             traj, embeds = rollout_in_batches(
                 backbone, actor, traj_prompts, gens, num_steps=config.steps, action_mode=action_mode,
@@ -271,7 +271,11 @@ def grpo_update(
                         if config.kl_beta > 0:
                             kl = kl + token_kl(backbone, references["model"], mb_traj, mb_prompt, k, logp, guided, config, bf16)
                     if train_schedule:
-                        if features is None:
+                        # the policy's input is part of the recorded state (θ_old's features) when stored;
+                        # else this step's replay features (θ, detached) or a no-grad recompute
+                        if mb_traj.features is not None:
+                            features = mb_traj.features[k]
+                        elif features is None:
                             features = policy_features(backbone, mb_traj, mb_prompt, k, config.guidance, bf16)
                         slogp = actor.log_prob(features, k, num_steps, mb_traj.actions[k]).cpu()
                         logratio = logratio + (slogp - mb_traj.schedule_logp[k])
@@ -309,9 +313,8 @@ def grpo_update(
 
 
 def policy_features(backbone: Backbone, traj: Rollout, prompt: PromptEmbeds, step: int, guidance: bool, bf16: bool) -> torch.Tensor:
-    """The schedule policy's input at a recorded step: stored, or recomputed without gradient."""
-    if traj.features is not None:
-        return traj.features[step]
+    """The schedule policy's input at a recorded step, recomputed without gradient (θ is frozen in a
+    schedule phase, so this equals the rollout's features)."""
     with torch.no_grad(), autocast_context(backbone, bf16):
         return backbone.forward(traj.states[step], prompt, step, traj.num_steps, guidance).features
 
