@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements/cpu.txt
+.venv/bin/python -m pip install --quiet --no-deps -r requirements/cpu-nodeps.txt
 echo "cogrpo installed in .venv ($(.venv/bin/python -c 'import cogrpo; print(cogrpo.__version__)'))"
