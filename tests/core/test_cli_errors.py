@@ -199,3 +199,14 @@ def test_geneval_score_command_on_the_fixture() -> None:
     summary = lines[-1]["summary"]
     assert summary["overall"] == pytest.approx(0.5)  # 25 of 50 correct in each of the six tags
     assert set(summary) == {"single_object", "two_object", "counting", "colors", "position", "color_attr", "overall"}
+
+
+def test_deepspeed_launcher_local_rank_is_accepted(monkeypatch) -> None:
+    from cogrpo.cli import _strip_launcher_local_rank
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert _strip_launcher_local_rank(["cogrpo", "--local_rank=1", "train", "--steps", "4"]) == ["cogrpo", "train", "--steps", "4"]
+    import os
+
+    assert os.environ["LOCAL_RANK"] == "1"
+    assert _strip_launcher_local_rank(["cogrpo", "train", "--local_rank", "3"]) == ["cogrpo", "train"]

@@ -6,6 +6,8 @@ Layout of one checkpoint directory ``<run>/checkpoints/iter_000042/``::
     schedule_policy.safetensors    φ (absent for naive GRPO)
     optimizers.safetensors     tensor state of both optimizers ("model/..." and "schedule/...")
     rng.safetensors            torch RNG states (the trainer's generator, the global CPU/CUDA ones)
+    deepspeed/                 only under --distributed deepspeed: DeepSpeed's own checkpoint of the
+                               engine (θ's sharded optimizer state; torch.save files, one per rank)
     state.json                 iteration, phase, cycle, reward stats, optimizer hyper-parameters,
                                Python RNG state, ... (written last)
 
@@ -121,18 +123,50 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write ``iter_<n>/`` atomically, point ``latest.json`` at it, prune old checkpoints."""
+    name = checkpoint_name(state)
+    tmp = prepare_temp_dir(checkpoint_root, name)
+    write_checkpoint_files(
+        tmp, state,
+        model_tensors=trainable_state_dict(model) if model is not None else None,
+        policy_tensors=trainable_state_dict(schedule_policy) if schedule_policy is not None else None,
+        optimizers=optimizers, generators=generators,
+    )
+    return commit_checkpoint(checkpoint_root, tmp, name, keep)
+
+
+# The three stages of :func:`save_checkpoint`, separate so that a distributed run can write
+# DeepSpeed's sharded state into the temporary directory from every process before rank 0 commits.
+
+
+def checkpoint_name(state: TrainState) -> str:
+    return f"iter_{state.iteration:06d}"
+
+
+def prepare_temp_dir(checkpoint_root: Path, name: str) -> Path:
+    """A fresh, empty temporary directory for checkpoint ``name`` (renamed into place on commit)."""
     checkpoint_root.mkdir(parents=True, exist_ok=True)
-    name = f"iter_{state.iteration:06d}"
-    final = checkpoint_root / name
     tmp = checkpoint_root / f".{name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    return tmp
+
+
+def write_checkpoint_files(
+    tmp: Path,
+    state: TrainState,
+    *,
+    model_tensors: dict[str, torch.Tensor] | None,
+    policy_tensors: dict[str, torch.Tensor] | None,
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+) -> None:
+    """cogrpo's files of one checkpoint (``state.json`` last, so that it marks a complete write)."""
     meta: dict[str, Any] = {"format_version": FORMAT_VERSION, "train_state": state.__dict__}
-    if model is not None:
-        save_file(trainable_state_dict(model), str(tmp / "model.safetensors"))
-    if schedule_policy is not None:
-        save_file(trainable_state_dict(schedule_policy), str(tmp / "schedule_policy.safetensors"))
+    if model_tensors is not None:
+        save_file(model_tensors, str(tmp / "model.safetensors"))
+    if policy_tensors is not None:
+        save_file(policy_tensors, str(tmp / "schedule_policy.safetensors"))
     opt_tensors: dict[str, torch.Tensor] = {}
     meta["optimizers"] = {}
     for key, optimizer in optimizers.items():
@@ -149,6 +183,11 @@ def save_checkpoint(
     py_state = random.getstate()
     meta["python_random"] = [py_state[0], list(py_state[1]), py_state[2]]
     atomic_write_text(tmp / "state.json", json.dumps(meta, indent=1, default=_json_default))
+
+
+def commit_checkpoint(checkpoint_root: Path, tmp: Path, name: str, keep: int) -> Path:
+    """Rename the complete temporary directory into place, update ``latest.json``, prune."""
+    final = checkpoint_root / name
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same iteration (e.g. after a resume): replace it
         shutil.rmtree(final)

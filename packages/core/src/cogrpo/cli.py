@@ -143,7 +143,8 @@ def train(config_file: Optional[Path] = None, **values: Any) -> None:
 
     config = config_from_cli(config_file, values)
     result = run_training(config, default_plugin_manager(), console=console)
-    console.print(f"run directory: {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"run directory: {result.run_dir}")
 
 
 train.__signature__ = inspect.Signature(
@@ -353,7 +354,25 @@ def get_app() -> typer.Typer:
     return app
 
 
+def _strip_launcher_local_rank(argv: list[str]) -> list[str]:
+    """The ``deepspeed`` launcher appends ``--local_rank=N``; move it into ``LOCAL_RANK``."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--local_rank=") or arg.startswith("--local-rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+        elif arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def main() -> None:
+    sys.argv = _strip_launcher_local_rank(sys.argv)
     try:
         root = get_app()
     except CogrpoError as exc:

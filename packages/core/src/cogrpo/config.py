@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+import tomllib
 import yaml
 
 from cogrpo.errors import ConfigError
@@ -90,7 +90,9 @@ class TrainConfig:
     # -- Model phase ------------------------------------------------------------------------------
     model_group_size: int = _f(8, "G in model phases (trajectories per prompt).", "Model phase")
     model_batch_size: int = _f(64, "Trajectories per model-phase iteration (a multiple of G).", "Model phase")
-    model_micro_batch: int = _f(32, "Trajectories per forward/backward in model updates.", "Model phase")
+    model_micro_batch: int = _f(
+        32, "Trajectories per forward/backward in model updates (summed over processes when distributed).", "Model phase"
+    )
     model_grad_accum: int | None = _f(None, "Micro-batches per optimizer step (default: all of them).", "Model phase")
     model_lr: float = _f(3e-4, "Learning rate of θ.", "Model phase")
     model_weight_decay: float = _f(0.0, "Weight decay of θ.", "Model phase")
@@ -100,7 +102,9 @@ class TrainConfig:
     # -- Schedule phase ---------------------------------------------------------------------------
     schedule_group_size: int = _f(8, "G in schedule phases.", "Schedule phase")
     schedule_batch_size: int = _f(64, "Trajectories per schedule-phase iteration (a multiple of G).", "Schedule phase")
-    schedule_micro_batch: int = _f(64, "Trajectories per forward/backward in schedule updates.", "Schedule phase")
+    schedule_micro_batch: int = _f(
+        64, "Trajectories per forward/backward in schedule updates (summed over processes when distributed).", "Schedule phase"
+    )
     schedule_grad_accum: int | None = _f(None, "Micro-batches per optimizer step (default: all).", "Schedule phase")
     schedule_lr: float = _f(3e-3, "Learning rate of φ.", "Schedule phase")
     schedule_weight_decay: float = _f(0.0, "Weight decay of φ.", "Schedule phase")
@@ -115,8 +119,14 @@ class TrainConfig:
     sample_grid: int = _f(16, "Prompts in the captioned sample grid (0 to skip).", "Evaluation")
 
     # -- Distributed ------------------------------------------------------------------------------
-    distributed: str = _f("none", "none, ddp or deepspeed (launch with torchrun or deepspeed).", "Distributed")
-    zero: int = _f(2, "DeepSpeed ZeRO stage (1, 2 or 3).", "Distributed")
+    distributed: str = _f(
+        "none", "none, ddp or deepspeed (launch with torchrun or deepspeed; see docs/distributed.md).", "Distributed"
+    )
+    zero: int = _f(2, "DeepSpeed ZeRO stage of the model θ (1, 2 or 3); the schedule head φ stays replicated.", "Distributed")
+    deepspeed_config: str | None = _f(
+        None, "JSON file of extra DeepSpeed settings (e.g. offload, bucket sizes) merged over cogrpo's.", "Distributed"
+    )
+    dist_timeout: int = _f(1800, "Seconds a process waits in a collective before the run fails.", "Distributed")
 
     # ------------------------------------------------------------------------------------------------
 
@@ -178,6 +188,11 @@ class TrainConfig:
         need(self.max_iterations is None or self.max_iterations >= 0, "--max-iterations must be >= 0")
         need(self.distributed in ("none", "ddp", "deepspeed"), "--distributed must be none, ddp or deepspeed")
         need(self.zero in (1, 2, 3), f"--zero must be 1, 2 or 3, got {self.zero}")
+        need(self.dist_timeout > 0, f"--dist-timeout must be positive, got {self.dist_timeout}")
+        need(
+            self.deepspeed_config is None or self.distributed == "deepspeed",
+            "--deepspeed-config needs --distributed deepspeed",
+        )
         need(self.ratio_check_tol > 0, "--ratio-check-tol must be > 0")
         return self
 

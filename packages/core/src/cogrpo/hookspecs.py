@@ -17,6 +17,9 @@ is what ``cogrpo plugins`` shows. Factories are called with keyword arguments on
 
 Import heavy dependencies inside the factory, not at module level: ``cogrpo plugins`` imports
 every plugin module.
+
+Under ``--distributed`` every hook runs on every process with the global arguments, except
+``cogrpo_log_metrics``, which runs on rank 0 only.
 """
 
 from __future__ import annotations
@@ -147,7 +150,7 @@ def cogrpo_after_iteration(iteration: int, phase: str, metrics: dict[str, float]
 
 @hookspec
 def cogrpo_log_metrics(step: int, metrics: dict[str, float]) -> None:
-    """Receive every logged metrics row (e.g. to forward it to an experiment tracker).
+    """Receive every logged metrics row (e.g. to forward it to an experiment tracker); rank 0 only.
 
     :param step: the global iteration index.
     :param metrics: namespaced metric values.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 
@@ -24,6 +26,17 @@ class Accumulator:
 
     def means(self) -> dict[str, float]:
         return {k: self._sum[k] / self._count[k] for k in self._sum if self._count[k]}
+
+    def reduced(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor]) -> Accumulator:
+        """The sums and counts added up over processes (``all_reduce_sum`` sums a tensor across them;
+        every process must hold the same keys)."""
+        keys = sorted(self._sum)
+        local = torch.tensor([[self._sum[k], self._count[k]] for k in keys], dtype=torch.float64).reshape(-1, 2)
+        total = all_reduce_sum(local)
+        out = Accumulator()
+        for k, (s, c) in zip(keys, total.tolist(), strict=True):
+            out._sum[k], out._count[k] = s, int(c)
+        return out
 
 
 class MetricsLogger:

@@ -19,14 +19,19 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cogrpo.checkpoint import atomic_write_text, find_checkpoint
 from cogrpo.config import TrainConfig
 from cogrpo.errors import CheckpointError, ConfigError
 
+if TYPE_CHECKING:
+    from cogrpo.distributed import DistContext
+
 #: Fields that may differ between a run and its resumption (they do not change the numbers).
-RUN_CONTROL_FIELDS = ("resume", "max_iterations", "progress", "threads", "checkpoint_every", "keep_checkpoints")
+RUN_CONTROL_FIELDS = (
+    "resume", "max_iterations", "progress", "threads", "checkpoint_every", "keep_checkpoints", "dist_timeout",
+)
 
 
 class RunDir:
@@ -52,7 +57,24 @@ class RunDir:
         return cls(path, config, resuming=False)
 
     @classmethod
-    def _resume(cls, config: TrainConfig) -> RunDir:
+    def open_shared(cls, config: TrainConfig, ctx: DistContext) -> RunDir:
+        """:meth:`open` on rank 0 only; every other process gets the same directory and config."""
+        if not ctx.active:
+            return cls.open(config)
+
+        def open_on_main() -> tuple[str, dict[str, Any], bool]:
+            run = cls.open(config)
+            return str(run.path), run.config.to_dict(), run.resuming
+
+        path, values, resuming = ctx.on_main(open_on_main)
+        return cls(Path(path), TrainConfig(**values), resuming)
+
+    @staticmethod
+    def effective_config(config: TrainConfig) -> TrainConfig:
+        """The config the run will use: ``config``, or for ``--resume`` the saved one with the
+        run-control options given now (reads only; nothing is written)."""
+        if not config.resume:
+            return config
         path = Path(config.resume)
         saved_file = path / "config.yaml"
         if not saved_file.is_file():
@@ -64,7 +86,12 @@ class RunDir:
             for name in RUN_CONTROL_FIELDS
             if name != "resume" and getattr(config, name) != getattr(defaults, name)
         }
-        merged = dataclasses.replace(saved, **control, run_dir=str(path), resume=None)
+        return dataclasses.replace(saved, **control, run_dir=str(path), resume=None)
+
+    @classmethod
+    def _resume(cls, config: TrainConfig) -> RunDir:
+        path = Path(config.resume)
+        merged = cls.effective_config(config)
         try:
             find_checkpoint(path)
             resuming = True

@@ -16,6 +16,10 @@ policy φ (Gaussian schedule actions). Every iteration:
 
 Modes: ``alternating`` (cycles × (N_m model, N_s schedule)), ``joint``, ``naive`` (model only,
 fixed schedule) and ``schedule-only``.
+
+Under ``--distributed ddp|deepspeed`` every process runs this loop: it rolls out and scores its
+block of each batch, the scores and the recorded trajectories are gathered, and each process runs
+its piece of every micro-batch; the numbers are those of one process (:mod:`cogrpo.distributed`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cogrpo import plugins
+from cogrpo import distributed, plugins
 from cogrpo.build import (
     build_actor,
     build_backbone,
@@ -42,8 +46,9 @@ from cogrpo.build import (
     make_optimizer,
     trajectory_generators,
 )
-from cogrpo.checkpoint import TrainState, read_checkpoint, restore_training, save_checkpoint
+from cogrpo.checkpoint import TrainState, read_checkpoint, restore_training
 from cogrpo.config import PhaseSettings, TrainConfig
+from cogrpo.distributed import DistContext, UpdateSync
 from cogrpo.errors import CogrpoError, RewardError
 from cogrpo.generation import autocast_context, decode_in_batches, index_prompt, rollout_in_batches
 from cogrpo.grpo import approx_kl, categorical_kl, clipped_surrogate, gaussian_kl, group_advantages, kl_k3
@@ -70,22 +75,32 @@ class TrainResult:
 
 
 def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: Console | None = None) -> TrainResult:
-    """Run Co-GRPO as configured; resumable, deterministic on CPU for a fixed seed."""
-    pm = pm or plugins.default_plugin_manager()
-    console = console or Console()
+    """Run Co-GRPO as configured; resumable, deterministic on CPU for a fixed seed.
+
+    Under ``--distributed ddp|deepspeed`` every process of the launch runs this same loop on its
+    share of the batch (see :mod:`cogrpo.distributed`); with ``none`` nothing changes.
+    """
     config.validate()
+    with distributed.start(RunDir.effective_config(config)) as dist:
+        return train_loop(config, pm or plugins.default_plugin_manager(), console or Console(), dist)
+
+
+def train_loop(config: TrainConfig, pm: pluggy.PluginManager, console: Console, dist: DistContext) -> TrainResult:
+    """The loop of :func:`train` in one process of the run (``dist``: its rank and process group)."""
+    if not dist.is_main:
+        console = Console(quiet=True)  # logging, progress and files: rank 0 only
     if config.threads:
         torch.set_num_threads(config.threads)
-    run = RunDir.open(config)  # creates the run directory or checks it against a resumed config
+    run = RunDir.open_shared(config, dist)  # creates the run directory (rank 0) or checks it against a resume
     config = run.config
     torch.manual_seed(config.seed)
     bf16 = config.precision == "bf16"
 
     # -- the two policies, the rewards, the prompts ---------------------------------------------
-    backbone = build_backbone(pm, config)
+    backbone = build_backbone(pm, dist.localize(config))
     actor = build_actor(pm, config, backbone)
     policy = actor.policy  # φ (None in naive mode)
-    rewards = build_rewards(pm, config)
+    rewards = build_rewards(pm, dist.localize(config))
     reward_weights = torch.tensor(config.reward_weights, dtype=torch.float32)
     prompts = load_prompts(pm, config.prompts)
     plan = config.phase_plan()
@@ -114,49 +129,67 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
     if config.init_from:
         init = read_checkpoint(config.init_from)
         restore_training(init, model=backbone.model, schedule_policy=policy, optimizers={}, generators={})
-    if run.resuming:
+    loaded = read_checkpoint(run.path) if run.resuming else None
+    if loaded is not None:
+        distributed.check_resumable(loaded, config, dist)  # a ZeRO checkpoint needs its number of processes
         state = restore_training(
-            read_checkpoint(run.path), model=backbone.model, schedule_policy=policy,
-            optimizers=optimizers, generators=generators,
+            loaded, model=backbone.model, schedule_policy=policy,
+            optimizers=distributed.checkpointed_optimizers(config, optimizers), generators=generators,
         )
-    logger = MetricsLogger(run.path, console=console)
+    dist.broadcast_parameters(backbone.model, policy)  # identical replicas on every process
+    logger = MetricsLogger(run.path, console=console, enabled=dist.is_main)
     pm.hook.cogrpo_train_start(config=config, run_dir=run.path)
     last_iteration = len(plan) if config.max_iterations is None else min(len(plan), config.max_iterations)
-    console.print(run.describe(backbone, policy, rewards, len(plan)), highlight=False)
+    console.print(run.describe(backbone, policy, rewards, len(plan)) + dist.describe(), highlight=False)
 
     if config.eval_benchmark and config.eval_before and state.base_eval is None:
         from cogrpo.eval import evaluate_base
 
-        state.base_eval = evaluate_base(pm, config, backbone, actor, run.path / "eval" / "base", console)
+        state.base_eval = dist.on_main(
+            lambda: evaluate_base(pm, config, backbone, actor, run.path / "eval" / "base", console)
+        )
 
-    with make_progress(console, config.progress) as progress:
+    # one process: plain backward/step; ddp: gradients all-reduced; deepspeed: θ becomes a ZeRO engine
+    sync = distributed.make_sync(dist, config, backbone, optimizers)
+    if loaded is not None:
+        sync.load_sharded(loaded)
+
+    with make_progress(console, config.progress and dist.is_main) as progress:
         task = progress.add_task("train", total=len(plan), completed=state.iteration)
         while state.iteration < last_iteration:
             iteration = state.iteration
             phase, cycle = plan[iteration]
             settings = config.phase_settings(phase)
+            dist.check_lockstep(iteration, rng)
             t0 = time.perf_counter()
             progress.update(task, description=f"cycle {cycle} · {phase:8s}")
 
-            # 1. prompts: B / G prompts, each repeated G times (groups contiguous) ------------
+            # 1. prompts: B / G prompts, each repeated G times (groups contiguous); the same global
+            #    sample on every process (shared seed), so the RNG stays in lock-step
             num_groups = settings.batch_size // settings.group_size
             prompt_idx = torch.randint(len(prompts), (num_groups,), generator=rng)
             traj_prompts = [prompts[i] for i in prompt_idx.tolist() for _ in range(settings.group_size)]
 
-            # 2. rollouts (no grad); the schedule actions come from π_φ unless the mode fixes them
+            # 2. rollouts (no grad) of this process's block of the batch (all of it in one process);
+            #    the schedule actions come from π_φ unless the mode fixes them. Each trajectory's noise
+            #    is seeded from its global index: the same on any rank and in any batching.
             action_mode = rollout_action_mode(config, phase)
             keep_features = phase in ("schedule", "joint") and should_keep_features(config, backbone, settings.batch_size)
-            gens = trajectory_generators(config.seed, iteration, range(len(traj_prompts)), backbone.device)
+            mine = dist.shard(len(traj_prompts))
+            gens = trajectory_generators(config.seed, iteration, range(len(traj_prompts))[mine], backbone.device)
             traj, embeds = rollout_in_batches(
-                backbone, actor, traj_prompts, gens, num_steps=config.steps, action_mode=action_mode,
+                backbone, actor, traj_prompts[mine], gens, num_steps=config.steps, action_mode=action_mode,
                 batch_size=config.rollout_batch, guidance=config.guidance, keep_features=keep_features, bf16=bf16,
             )
             t_rollout = time.perf_counter()
 
-            # 3. rewards -> group-relative advantages ----------------------------------------
+            # 3. rewards -> group-relative advantages over the global batch (scores gathered first,
+            #    so groups may straddle processes); the update then needs every trajectory
             images = decode_in_batches(backbone, traj.tokens, config.rollout_batch)
-            scores = score_rewards(rewards, images, traj_prompts, traj.tokens)  # [B, J]
+            local_scores = score_rewards(rewards, images, traj_prompts[mine], traj.tokens)  # [B / W, J]
+            scores = dist.all_gather_cat(local_scores)  # [B, J]
             adv = group_advantages(scores, reward_weights, settings.group_size)
+            traj, embeds = distributed.gather_rollout(dist, traj, embeds)
             pm.hook.cogrpo_after_rollout(
                 iteration=iteration, phase=phase, prompts=traj_prompts,
                 rewards={r.name: scores[:, j] for j, r in enumerate(rewards)},
@@ -167,6 +200,7 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
             update_stats = grpo_update(
                 phase, backbone, actor, traj, embeds, adv.advantages,
                 config=config, settings=settings, optimizers=optimizers, references=references, rng=rng, bf16=bf16,
+                sync=sync,
             )
             if update_stats.get("ratio/first_max_dev", 0.0) > config.ratio_check_tol:
                 logger.warn(
@@ -185,7 +219,8 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
             metrics["adv/zero_std_ratio"] = adv.zero_std_ratio
             metrics["adv/abs_mean"] = adv.advantages.abs().mean().item()
             metrics.update(schedule_metrics(traj))
-            metrics.update(monitor_metrics(images, traj.tokens.cpu(), settings.group_size))
+            # image monitors of this process's images, diversity of the global tokens; averaged over processes
+            metrics.update(dist.mean(monitor_metrics(images, traj.tokens.cpu(), settings.group_size)))
             metrics.update(update_stats)
             metrics.update({
                 "time/rollout": t_rollout - t0, "time/reward": t_reward - t_rollout,
@@ -196,11 +231,12 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
             state.wall_time += t_update - t0
             state.iteration = iteration + 1
             logger.log(iteration, metrics)
-            pm.hook.cogrpo_log_metrics(step=iteration, metrics=metrics)
+            if dist.is_main:
+                pm.hook.cogrpo_log_metrics(step=iteration, metrics=metrics)
             logger.print_line(format_line(iteration, len(plan), metrics, rewards))
             if state.iteration % config.checkpoint_every == 0 or state.iteration == last_iteration:
-                save_checkpoint(
-                    run.path / "checkpoints", state, model=backbone.model if trains_model else None,
+                sync.save_checkpoint(
+                    run.path / "checkpoints", state, model=sync.unwrap(backbone) if trains_model else None,
                     schedule_policy=policy, optimizers=optimizers, generators=generators, keep=config.keep_checkpoints,
                 )
             progress.update(task, completed=state.iteration)
@@ -210,8 +246,13 @@ def train(config: TrainConfig, pm: pluggy.PluginManager | None = None, console: 
     if state.iteration == len(plan):
         from cogrpo.eval import finish_run
 
-        summary.update(finish_run(pm, config, backbone, actor, run.path, state, console))
-    run.write_summary(summary)
+        rebuild = (lambda: build_backbone(pm, dist.localize(config))) if config.eval_benchmark else None
+        eval_backbone = sync.release(backbone, rebuild)  # the plain model again (ZeRO-3: gathered on rank 0)
+        summary.update(
+            dist.on_main(lambda: finish_run(pm, config, eval_backbone, actor, run.path, state, console))
+        )
+    if dist.is_main:
+        run.write_summary(summary)
     logger.close()
     pm.hook.cogrpo_train_end(run_dir=run.path, summary=summary)
     return TrainResult(run.path, summary)
@@ -236,12 +277,16 @@ def grpo_update(
     references: dict[str, torch.nn.Module],
     rng: torch.Generator,
     bf16: bool = False,
+    sync: UpdateSync | None = None,
 ) -> dict[str, float]:
     """Inner epochs × micro-batches × (sampled) steps of the clipped surrogate on the phase's ratio.
 
     Each optimizer step covers ``grad_accum`` micro-batches; its loss is the mean of ``pg`` over
-    those trajectories and the sampled steps, back-propagated one step at a time.
+    those trajectories and the sampled steps, back-propagated one step at a time. With several
+    processes (``sync``), each runs its piece of every micro-batch and the gradients are summed
+    before the step: the same optimizer steps over the same trajectories as one process.
     """
+    sync = sync or UpdateSync()
     train_model, train_schedule = phase in ("model", "joint"), phase in ("schedule", "joint")
     active = [optimizers[k] for k in (("model",) if train_model else ()) + (("schedule",) if train_schedule else ())]
     params = [p for opt in active for group in opt.param_groups for p in group["params"]]
@@ -258,6 +303,7 @@ def grpo_update(
             group = micro_batches[start : start + accum]
             n_group = sum(len(mb) for mb in group)
             for mb in group:
+                mb = sync.shard(mb)  # this process's piece of the micro-batch (all of it in one process)
                 mb_traj, mb_prompt, mb_adv = traj.select(mb), index_prompt(embeds, mb), advantages[mb]
                 for k in train_steps:
                     # -- log-ratio of the phase's policy at step k, [mb] -------------------------
@@ -290,7 +336,7 @@ def grpo_update(
                     # -- clipped surrogate, one step's share of the mean over (g, k) ------------
                     pg_loss, clipped = clipped_surrogate(logratio, mb_adv, config.clip_eps_low, config.clip_eps_high)
                     loss = (pg_loss + config.kl_beta * kl).sum() / (n_group * len(train_steps))
-                    loss.backward()
+                    sync.backward(loss, trains_model=train_model)
                     with torch.no_grad():
                         if on_policy:
                             first_max_dev = max(first_max_dev, (logratio.exp() - 1).abs().max().item())
@@ -299,16 +345,13 @@ def grpo_update(
                         stats.add("ratio/clipfrac", clipped.float().mean().item(), len(mb))
                         stats.add("ratio/approx_kl", approx_kl(logratio).item(), len(mb))
                         stats.add("ratio/mean", logratio.exp().mean().item(), len(mb))
-            # -- one optimizer step per accumulation group ---------------------------------------
-            if config.max_grad_norm is not None:
-                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                stats.add("grad_norm", float(norm))
-            for opt in active:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            # -- one optimizer step per accumulation group (gradients summed over processes) ----
+            norm = sync.step(active, params, config.max_grad_norm)
+            if norm is not None:
+                stats.add("grad_norm", norm)
             on_policy = False
-    out = stats.means()
-    out["ratio/first_max_dev"] = first_max_dev
+    out = sync.means(stats)  # over every process's trajectories
+    out["ratio/first_max_dev"] = sync.max(first_max_dev)
     return out
 
 
