@@ -81,3 +81,11 @@ def test_type_errors_are_config_errors() -> None:
         TrainConfig.from_dict({"steps": "many"})
     with pytest.raises(ConfigError, match="progress"):
         TrainConfig.from_dict({"progress": "maybe"})
+
+
+def test_eval_benchmark_auto_follows_the_backbone() -> None:
+    assert TrainConfig().eval_benchmark_name == "toy-geneval"
+    assert TrainConfig(backbone="meissonic").eval_benchmark_name is None
+    assert TrainConfig.from_dict({"backbone": "meissonic"}).eval_benchmark_name is None
+    assert TrainConfig(backbone="meissonic", eval_benchmark="geneval").eval_benchmark_name == "geneval"
+    assert TrainConfig.from_dict({"eval_benchmark": "none"}).eval_benchmark_name is None

@@ -122,3 +122,17 @@ def test_rollout_rejects_fewer_than_two_steps() -> None:
     backbone, actor, prompt = _setup()
     with pytest.raises(ValueError, match=">= 2"):
         rollout(backbone, prompt, num_steps=1, actor=actor)
+
+
+def test_filled_log_prob_equals_the_masked_sum_of_log_softmax() -> None:
+    from cogrpo.sampler import filled_log_prob
+
+    g = torch.Generator().manual_seed(1)
+    guided = torch.randn(3, 10, 6, generator=g, requires_grad=True)
+    ids = torch.randint(0, 6, (3, 10), generator=g)
+    filled = torch.rand(3, 10, generator=g) < 0.4
+    expected = (torch.log_softmax(guided, -1).gather(-1, ids[..., None])[..., 0] * filled).sum(-1)
+    got = filled_log_prob(guided, torch.where(filled, ids, 99), filled)  # ids outside I_k are never read
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    assert guided.grad[~filled].abs().sum() == 0 and guided.grad[filled].abs().sum() > 0

@@ -21,6 +21,9 @@ from cogrpo.errors import ConfigError
 from cogrpo.protocols import SCHEDULE_COMPONENTS
 
 MODES = ("alternating", "joint", "naive", "schedule-only")
+#: ``--eval-benchmark auto``: the benchmark that fits a backbone (none for the others: the 1B
+#: backbones' benchmarks need reward weights and minutes of GPU time, so they are opt-in).
+DEFAULT_EVAL_BENCHMARKS = {"toy": "toy-geneval"}
 PHASES = ("model", "schedule", "joint")
 
 
@@ -112,7 +115,9 @@ class TrainConfig:
     schedule_betas: list[float] = _f([0.9, 0.95], "Adam betas of φ.", "Schedule phase")
 
     # -- Evaluation -------------------------------------------------------------------------------
-    eval_benchmark: str | None = _f("toy-geneval", "Benchmark run before and after training (none to skip).", "Evaluation")
+    eval_benchmark: str | None = _f(
+        "auto", "Benchmark run before and after training: auto (toy-geneval for the toy backbone, else none), a name, or none.", "Evaluation"
+    )
     eval_opt: dict[str, Any] = _f({}, "Benchmark option KEY=VALUE.", "Evaluation")
     eval_before: bool = _f(True, "Evaluate the base model with the default schedule before training.", "Evaluation")
     eval_seed: int = _f(1234, "Seed of the evaluation rollouts.", "Evaluation")
@@ -195,6 +200,13 @@ class TrainConfig:
         )
         need(self.ratio_check_tol > 0, "--ratio-check-tol must be > 0")
         return self
+
+    @property
+    def eval_benchmark_name(self) -> str | None:
+        """The benchmark evaluated around training (``auto`` resolved against the backbone)."""
+        if self.eval_benchmark == "auto":
+            return DEFAULT_EVAL_BENCHMARKS.get(self.backbone)
+        return self.eval_benchmark or None
 
     # -- the phase plan ---------------------------------------------------------------------------
 

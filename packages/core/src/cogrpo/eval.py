@@ -129,7 +129,7 @@ def run_benchmark(
 
 def evaluate_base(pm, config: TrainConfig, backbone: Backbone, actor: ScheduleActor, out_dir: Path, console: Console) -> dict:
     """The base model with the default (base) schedule, before any update."""
-    benchmark = build_benchmark(pm, config.eval_benchmark, config.eval_opt)
+    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_opt)
     console.print(f"evaluating the base model on {benchmark.name} (T={config.steps}, fixed schedule) ...")
     result = run_benchmark(
         benchmark, backbone, actor, num_steps=config.steps, seed=config.eval_seed, action_mode="base", out_dir=out_dir,
@@ -147,9 +147,9 @@ def finish_run(pm, config: TrainConfig, backbone: Backbone, actor: ScheduleActor
     rows = read_metrics(run_dir)
     plot_rewards(rows, config.reward, run_dir / "plots" / "rewards.png")
     default = actor.base_values(config.steps)
-    if not config.eval_benchmark:
+    if not config.eval_benchmark_name:
         return summary
-    benchmark = build_benchmark(pm, config.eval_benchmark, config.eval_opt)
+    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_opt)
     mode = "mean" if actor.policy is not None else "base"
     console.print(f"evaluating the trained model on {benchmark.name} (T={config.steps}, {'learned' if mode == 'mean' else 'fixed'} schedule) ...")
     trained = run_benchmark(

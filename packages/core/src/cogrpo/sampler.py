@@ -42,12 +42,29 @@ def guided_logits(
     """``(u + s·(c − u)) / τs`` in float32: ``[B, N, K]`` logits, ``[B]`` scales -> ``[B, N, K]``."""
     c = cond.float()
     guided = c if uncond is None else uncond.float() + cfg_scale.float()[:, None, None] * (c - uncond.float())
+    if bool((sample_temperature == 1).all()):  # x / 1 == x: skip a full pass over [B, N, K]
+        return guided
     return guided / sample_temperature.float()[:, None, None]
 
 
 def selected_log_probs(guided: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """``log_softmax(guided)[ids]`` without materialising the full log-softmax: ``[B, N]``."""
     return guided.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(guided, dim=-1)
+
+
+def filled_log_prob(guided: torch.Tensor, ids: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+    """``Σ_{i ∈ I_k} log_softmax(guided)_i[ids_i]`` per trajectory: ``[B, N, K], [B, N], [B, N] -> [B]``.
+
+    Only the filled positions (about N/T of them) are normalised, so the log-probability costs a
+    fraction of a pass over the logits. The rollout and the replay both call this function, which
+    keeps their values bitwise equal for equal logits.
+    """
+    rows, cols = filled.nonzero(as_tuple=True)
+    picked = guided[rows, cols]  # [M, K]
+    log_probs = picked.gather(-1, ids[rows, cols].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+    dense = torch.zeros(filled.shape, dtype=log_probs.dtype, device=log_probs.device)
+    dense = dense.index_put((rows, cols), log_probs)  # [B, N], zero outside I_k
+    return dense.sum(dim=-1)
 
 
 def _multinomial(probs: torch.Tensor, generators: Generators) -> torch.Tensor:
@@ -203,7 +220,7 @@ def rollout(
             guided, tokens, mask_id, values[:, 0], values[:, 1], last_step=k == num_steps - 1, generators=generators
         )
         filled = (tokens == mask_id) & (next_tokens != mask_id)
-        model_logp.append((selected_log_probs(guided, sampled) * filled).sum(dim=-1).cpu())
+        model_logp.append(filled_log_prob(guided, sampled, filled).cpu())
         states.append(next_tokens)
         actions.append(act.actions)
         schedule.append(act.values)
@@ -241,6 +258,5 @@ def replay_model_log_prob(
     values = trajectories.schedule[step].to(tokens.device)
     guided = guided_logits(out.cond_logits, out.uncond_logits if guidance else None, values[:, 3], values[:, 2])
     filled = trajectories.fill_mask(step)
-    ids = torch.where(filled, trajectories.states[step + 1], 0)  # the mask id may lie outside 0..K-1
-    logp = (selected_log_probs(guided, ids) * filled).sum(dim=-1)
+    logp = filled_log_prob(guided, trajectories.states[step + 1], filled)
     return logp.cpu(), guided, out.features.detach()

@@ -142,7 +142,7 @@ def train_loop(config: TrainConfig, pm: pluggy.PluginManager, console: Console, 
     last_iteration = len(plan) if config.max_iterations is None else min(len(plan), config.max_iterations)
     console.print(run.describe(backbone, policy, rewards, len(plan)) + dist.describe(), highlight=False)
 
-    if config.eval_benchmark and config.eval_before and state.base_eval is None:
+    if config.eval_benchmark_name and config.eval_before and state.base_eval is None:
         from cogrpo.eval import evaluate_base
 
         state.base_eval = dist.on_main(
@@ -246,7 +246,7 @@ def train_loop(config: TrainConfig, pm: pluggy.PluginManager, console: Console, 
     if state.iteration == len(plan):
         from cogrpo.eval import finish_run
 
-        rebuild = (lambda: build_backbone(pm, dist.localize(config))) if config.eval_benchmark else None
+        rebuild = (lambda: build_backbone(pm, dist.localize(config))) if config.eval_benchmark_name else None
         eval_backbone = sync.release(backbone, rebuild)  # the plain model again (ZeRO-3: gathered on rank 0)
         summary.update(
             dist.on_main(lambda: finish_run(pm, config, eval_backbone, actor, run.path, state, console))
