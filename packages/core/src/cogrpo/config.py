@@ -80,24 +80,24 @@ class TrainConfig:
     mode: str = _f("alternating", "alternating | joint | naive | schedule-only.", "GRPO")
     cycles: int = _f(3, "Alternating cycles (each: model iterations, then schedule iterations).", "GRPO")
     model_iterations: int = _f(8, "N_m: model-phase iterations per cycle.", "GRPO")
-    schedule_iterations: int = _f(8, "N_s: schedule-phase iterations per cycle.", "GRPO")
+    schedule_iterations: int = _f(6, "N_s: schedule-phase iterations per cycle.", "GRPO")
     clip_eps_low: float = _f(0.2, "ε_low: the ratio is clipped below at 1 − ε_low.", "GRPO")
     clip_eps_high: float = _f(0.2, "ε_high: the ratio is clipped above at 1 + ε_high.", "GRPO")
     kl_beta: float = _f(0.0, "β of the KL penalty to the initial policies (0 as in the paper).", "GRPO")
     kl_estimator: str = _f("k3", "Token-action KL: k3 (sampled) or exact (categorical).", "GRPO")
     inner_epochs: int = _f(1, "Passes over each iteration's trajectories.", "GRPO")
-    timestep_fraction: float = _f(1.0, "Fraction of the T steps trained on (random subset per epoch).", "GRPO")
+    timestep_fraction: float = _f(0.5, "Fraction of the T steps trained on (random subset per epoch).", "GRPO")
     max_grad_norm: float | None = _f(1.0, "Gradient-norm clip per optimizer step (none to disable).", "GRPO")
     ratio_check_tol: float = _f(1e-5, "Warn when the on-policy ratio deviates from 1 by more than this.", "GRPO")
 
     # -- Model phase ------------------------------------------------------------------------------
     model_group_size: int = _f(8, "G in model phases (trajectories per prompt).", "Model phase")
-    model_batch_size: int = _f(64, "Trajectories per model-phase iteration (a multiple of G).", "Model phase")
+    model_batch_size: int = _f(32, "Trajectories per model-phase iteration (a multiple of G).", "Model phase")
     model_micro_batch: int = _f(
         32, "Trajectories per forward/backward in model updates (summed over processes when distributed).", "Model phase"
     )
     model_grad_accum: int | None = _f(None, "Micro-batches per optimizer step (default: all of them).", "Model phase")
-    model_lr: float = _f(3e-4, "Learning rate of θ.", "Model phase")
+    model_lr: float = _f(2e-4, "Learning rate of θ.", "Model phase")
     model_weight_decay: float = _f(0.0, "Weight decay of θ.", "Model phase")
     model_optimizer: str = _f("adamw", "Optimizer of θ: adamw, adam or sgd.", "Model phase")
     model_betas: list[float] = _f([0.9, 0.95], "Adam betas of θ.", "Model phase")
@@ -109,7 +109,7 @@ class TrainConfig:
         64, "Trajectories per forward/backward in schedule updates (summed over processes when distributed).", "Schedule phase"
     )
     schedule_grad_accum: int | None = _f(None, "Micro-batches per optimizer step (default: all).", "Schedule phase")
-    schedule_lr: float = _f(3e-3, "Learning rate of φ.", "Schedule phase")
+    schedule_lr: float = _f(1e-3, "Learning rate of φ.", "Schedule phase")
     schedule_weight_decay: float = _f(0.0, "Weight decay of φ.", "Schedule phase")
     schedule_optimizer: str = _f("adamw", "Optimizer of φ: adamw, adam or sgd.", "Schedule phase")
     schedule_betas: list[float] = _f([0.9, 0.95], "Adam betas of φ.", "Schedule phase")
