@@ -51,3 +51,20 @@ def test_every_study_runs_quick_and_writes_its_report(tmp_path) -> None:
 def test_unknown_study_is_a_one_line_error() -> None:
     result = runner.invoke(get_app(), ["experiment", "tables"])
     assert result.exit_code == 2 and "unknown study 'tables'" in result.stderr
+
+
+def test_full_settings_are_compute_matched() -> None:
+    """Every training arm of the full studies rolls out the same number of trajectories."""
+    from cogrpo.config import TrainConfig
+    from cogrpo_experiments.lab import full_settings
+    from cogrpo_experiments.studies import ACTION_SPACE_ARMS, ALL
+
+    base = full_settings().base
+    arms = [overrides for _, overrides in ACTION_SPACE_ARMS] + [
+        {"mode": "joint", "schedule_components": ALL}, {"mode": "schedule-only", "schedule_components": ALL},
+    ]
+    rollouts = set()
+    for overrides in arms:
+        config = TrainConfig.from_dict({**base, **overrides}).validate()
+        rollouts.add(sum(config.phase_settings(phase).batch_size for phase, _ in config.phase_plan()))
+    assert rollouts == {42 * 32}

@@ -46,10 +46,14 @@ class Settings:
 
 
 def full_settings() -> Settings:
-    """Compute-matched arms: both phases use the same group size and batch (same rollouts per iteration)."""
+    """The main job's settings, pinned, with one change that makes every arm compute-matched: both
+    phases roll out the same 32 trajectories (G = 8) per iteration, so naive, alternating, joint and
+    schedule-only arms of the same length see the same number of rollouts (42 × 32)."""
     base = dict(
         backbone="toy", prompts="toy-train", reward=["toy-geneval", "toy-quality"], reward_weights=[0.5, 0.5],
-        eval_benchmark=None, progress=False,
+        eval_benchmark=None, progress=False, steps=12, cycles=3, model_iterations=8, schedule_iterations=6,
+        model_group_size=8, schedule_group_size=8, model_batch_size=32, schedule_batch_size=32,
+        model_lr=2e-4, schedule_lr=1e-3, timestep_fraction=0.5,
     )
     return Settings(base=base, eval_limit=None, eval_images_per_item=4)
 
