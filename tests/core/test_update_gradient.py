@@ -48,7 +48,7 @@ def _setup(num_steps: int = 5, batch: int = 6):
 @pytest.mark.parametrize("phase", ["model", "schedule", "joint"])
 def test_per_step_backward_equals_whole_trajectory_gradient(phase: str) -> None:
     backbone, actor, traj, embeds, adv = _setup()
-    config = TrainConfig(clip_eps_low=0.1, clip_eps_high=0.1, max_grad_norm=None, steps=traj.num_steps)
+    config = TrainConfig(clip_eps_low=0.1, clip_eps_high=0.1, max_grad_norm=None, steps=traj.num_steps, timestep_fraction=1.0)
     settings = config.phase_settings("model")
     settings = type(settings)(group_size=2, batch_size=6, micro_batch=2, grad_accum=None)  # 3 micro-batches, 1 step
     optimizers = {"model": RecordingSGD(backbone.model.parameters()), "schedule": RecordingSGD(actor.policy.parameters())}
