@@ -45,6 +45,16 @@ class BackboneOutput:
     uncond_logits: torch.Tensor | None
     features: torch.Tensor
 
+    @classmethod
+    def from_batched_cfg(cls, logits: torch.Tensor, features: torch.Tensor, batch: int, guidance: bool) -> BackboneOutput:
+        """Split one forward over the rows ``[uncond; cond]`` (``guidance``) or ``[cond]``.
+
+        ``logits``: ``[rows, N, K]``; ``features``: ``[rows, D, Hf, Wf]``; ``rows`` = 2·batch or batch.
+        """
+        if guidance:
+            return cls(cond_logits=logits[batch:], uncond_logits=logits[:batch], features=features[batch:])
+        return cls(cond_logits=logits, uncond_logits=None, features=features)
+
 
 @runtime_checkable
 class FixedSchedule(Protocol):

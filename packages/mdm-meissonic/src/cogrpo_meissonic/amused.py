@@ -188,9 +188,7 @@ class AmusedBackbone:
         features, norm.cogrpo_features = norm.cogrpo_features, None  # [rows, N', hidden]
         features = features.transpose(1, 2).reshape(rows, -1, *self.feature_grid)  # [rows, hidden, h', w']
         logits = logits.flatten(2).transpose(1, 2)  # [rows, K, h, w] -> [rows, N, K]
-        if guidance:
-            return BackboneOutput(cond_logits=logits[b:], uncond_logits=logits[:b], features=features[b:])
-        return BackboneOutput(cond_logits=logits, uncond_logits=None, features=features)
+        return BackboneOutput.from_batched_cfg(logits, features, b, guidance)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         return decode_tokens(self.vqvae, tokens, self.token_grid)

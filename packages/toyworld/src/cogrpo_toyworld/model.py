@@ -311,10 +311,13 @@ class ToyBackbone:
     ) -> BackboneOutput:
         b = tokens.shape[0]
         if guidance:  # [uncond; cond] batched in one forward
-            logits, features = self.model(torch.cat([tokens, tokens]), torch.cat([prompt["null_text"], prompt["text"]]))
-            return BackboneOutput(cond_logits=logits[b:], uncond_logits=logits[:b], features=self._grid(features[b:]))
-        logits, features = self.model(tokens, prompt["text"])
-        return BackboneOutput(cond_logits=logits, uncond_logits=None, features=self._grid(features))
+            tokens, text = torch.cat([tokens, tokens]), torch.cat([prompt["null_text"], prompt["text"]])
+        else:
+            text = prompt["text"]
+        logits, features = self.model(tokens, text)
+        out = BackboneOutput.from_batched_cfg(logits, features, b, guidance)
+        out.features = self._grid(out.features)  # [B, N, D] -> [B, D, H, W], the conditional rows only
+        return out
 
     def _grid(self, features: torch.Tensor) -> torch.Tensor:
         h, w = self.feature_grid

@@ -134,10 +134,13 @@ class TinyBackbone:
     ) -> BackboneOutput:
         b = tokens.shape[0]
         if guidance:  # [uncond; cond] in one forward, as the Meissonic pipeline orders them
-            logits, features = self.model(torch.cat([tokens, tokens]), torch.cat([prompt["null_ids"], prompt["text_ids"]]))
-            return BackboneOutput(cond_logits=logits[b:], uncond_logits=logits[:b], features=self._grid(features[b:]))
-        logits, features = self.model(tokens, prompt["text_ids"])
-        return BackboneOutput(cond_logits=logits, uncond_logits=None, features=self._grid(features))
+            tokens, text = torch.cat([tokens, tokens]), torch.cat([prompt["null_ids"], prompt["text_ids"]])
+        else:
+            text = prompt["text_ids"]
+        logits, features = self.model(tokens, text)
+        out = BackboneOutput.from_batched_cfg(logits, features, b, guidance)
+        out.features = self._grid(out.features)  # [B, N, D] -> [B, D, H, W], the conditional rows only
+        return out
 
     def _grid(self, features: torch.Tensor) -> torch.Tensor:
         h, w = self.feature_grid
