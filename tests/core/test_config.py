@@ -89,3 +89,17 @@ def test_eval_benchmark_auto_follows_the_backbone() -> None:
     assert TrainConfig.from_dict({"backbone": "meissonic"}).eval_benchmark_name is None
     assert TrainConfig(backbone="meissonic", eval_benchmark="geneval").eval_benchmark_name == "geneval"
     assert TrainConfig.from_dict({"eval_benchmark": "none"}).eval_benchmark_name is None
+
+
+def test_eval_options_of_the_auto_benchmark_and_overrides() -> None:
+    # the toy world's auto benchmark evaluates 16 images per held-out prompt ...
+    assert TrainConfig().eval_options == {"images_per_item": 16}
+    # ... --eval-opt overrides its options and adds others
+    assert TrainConfig(eval_opt={"images_per_item": 2}).eval_options == {"images_per_item": 2}
+    assert TrainConfig(eval_opt={"tags": ["colors"]}).eval_options == {"images_per_item": 16, "tags": ["colors"]}
+    # a benchmark named explicitly gets only what the user passed (its own defaults apply)
+    assert TrainConfig(eval_benchmark="toy-geneval").eval_options == {}
+    assert TrainConfig(backbone="meissonic", eval_benchmark="geneval", eval_opt={"images_per_item": 1}).eval_options == {
+        "images_per_item": 1
+    }
+    assert TrainConfig(backbone="meissonic").eval_options == {}

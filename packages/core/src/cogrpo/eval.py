@@ -129,7 +129,7 @@ def run_benchmark(
 
 def evaluate_base(pm, config: TrainConfig, backbone: Backbone, actor: ScheduleActor, out_dir: Path, console: Console) -> dict:
     """The base model with the default (base) schedule, before any update."""
-    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_opt)
+    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_options)
     console.print(f"evaluating the base model on {benchmark.name} (T={config.steps}, fixed schedule) ...")
     result = run_benchmark(
         benchmark, backbone, actor, num_steps=config.steps, seed=config.eval_seed, action_mode="base", out_dir=out_dir,
@@ -149,7 +149,7 @@ def finish_run(pm, config: TrainConfig, backbone: Backbone, actor: ScheduleActor
     default = actor.base_values(config.steps)
     if not config.eval_benchmark_name:
         return summary
-    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_opt)
+    benchmark = build_benchmark(pm, config.eval_benchmark_name, config.eval_options)
     mode = "mean" if actor.policy is not None else "base"
     console.print(f"evaluating the trained model on {benchmark.name} (T={config.steps}, {'learned' if mode == 'mean' else 'fixed'} schedule) ...")
     trained = run_benchmark(
@@ -165,7 +165,9 @@ def finish_run(pm, config: TrainConfig, backbone: Backbone, actor: ScheduleActor
     if base is not None:
         summary["base"] = base
         summary["delta"] = {k: trained.metrics[k] - base[k] for k in trained.metrics if k in base}
-        console.print(comparison_table(f"{benchmark.name}: base (default schedule) vs trained", base, trained.metrics, "base", "trained"))
+        per_item = getattr(benchmark, "images_per_item", None)
+        title = f"{benchmark.name}: base (default schedule) vs trained" + (f", {per_item} images/prompt" if per_item else "")
+        console.print(comparison_table(title, base, trained.metrics, "base", "trained"))
         base_samples = run_dir / "eval" / "base" / "samples.safetensors"
         if base_samples.is_file() and len(trained.samples):
             base_images = load_file(str(base_samples))["images"]

@@ -46,7 +46,8 @@ class Settings:
 
 
 def full_settings() -> Settings:
-    """The main job's settings, pinned, with one change that makes every arm compute-matched: both
+    """The main job's settings as they were for docs/results-toy.md (3 × (8 + 6); the main job
+    now runs 3 × (16 + 8)), pinned, with one change that makes every arm compute-matched: both
     phases roll out the same 32 trajectories (G = 8) per iteration, so naive, alternating, joint and
     schedule-only arms of the same length see the same number of rollouts (42 × 32)."""
     base = dict(
