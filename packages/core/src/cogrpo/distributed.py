@@ -219,8 +219,13 @@ class DistContext:
             return config
         return dataclasses.replace(config, device=str(self.device))
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = False) -> None:
+        """End the process group if this context started it. ``synchronize`` (a clean exit only: a
+        failed rank would leave its peers waiting) first waits for every rank, so that no rank tears
+        its transport down while a peer still has collectives in flight (ZeRO-3 prefetches)."""
         if self.owns_group and torch.distributed.is_initialized():
+            if synchronize and self.world_size > 1:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
             self.owns_group = False
         for name in self.set_env:
@@ -257,8 +262,10 @@ def start(config: TrainConfig) -> Iterator[DistContext]:
         check_batch_layout(config, ctx.world_size)
         _check_same_config(ctx, config)
         yield ctx
-    finally:
+    except BaseException:
         ctx.close()
+        raise
+    ctx.close(synchronize=True)
 
 
 def _init_group(config: TrainConfig) -> DistContext:
