@@ -32,21 +32,15 @@ import sys
 import time
 from pathlib import Path
 
-TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-COMPONENTS = ("r", "tau_r", "tau_s", "cfg")
+from cogrpo.geneval import GENEVAL_TAGS as TAGS
+from cogrpo.geneval import summarize
+from cogrpo.protocols import SCHEDULE_COMPONENTS as COMPONENTS
 
 
 def rescore(results_jsonl: Path, first_images: int | None) -> dict[str, float]:
     """Per-task accuracy and overall from a ``results.jsonl``, optionally on the first K images per prompt."""
-    hits = {tag: [0, 0] for tag in TAGS}
-    for line in results_jsonl.read_text().splitlines():
-        row = json.loads(line)
-        if first_images is None or row["image_index"] < first_images:
-            hits[row["tag"]][0] += int(bool(row["correct"]))
-            hits[row["tag"]][1] += 1
-    scores = {tag: (h / n if n else float("nan")) for tag, (h, n) in hits.items()}
-    scores["overall"] = sum(scores[t] for t in TAGS) / len(TAGS)
-    return scores
+    rows = [json.loads(line) for line in results_jsonl.read_text().splitlines()]
+    return summarize((r["tag"], r["correct"]) for r in rows if first_images is None or r["image_index"] < first_images)
 
 
 def table(base: dict[str, float], trained: dict[int, dict[str, float]]) -> tuple[str, dict[str, float]]:

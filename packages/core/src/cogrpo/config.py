@@ -206,18 +206,21 @@ class TrainConfig:
         need(self.ratio_check_tol > 0, "--ratio-check-tol must be > 0")
         return self
 
+    def _eval_choice(self) -> tuple[str | None, dict[str, Any]]:
+        """``(benchmark, its own options)``: ``auto`` resolved against the backbone."""
+        if self.eval_benchmark == "auto":
+            return DEFAULT_EVAL_BENCHMARKS.get(self.backbone, (None, {}))
+        return self.eval_benchmark or None, {}
+
     @property
     def eval_benchmark_name(self) -> str | None:
         """The benchmark evaluated around training (``auto`` resolved against the backbone)."""
-        if self.eval_benchmark == "auto":
-            return DEFAULT_EVAL_BENCHMARKS.get(self.backbone, (None, {}))[0]
-        return self.eval_benchmark or None
+        return self._eval_choice()[0]
 
     @property
     def eval_options(self) -> dict[str, Any]:
         """Options of that benchmark: the ``auto`` choice's own, updated with ``--eval-opt``."""
-        defaults = DEFAULT_EVAL_BENCHMARKS.get(self.backbone, (None, {}))[1] if self.eval_benchmark == "auto" else {}
-        return {**defaults, **self.eval_opt}
+        return {**self._eval_choice()[1], **self.eval_opt}
 
     # -- the phase plan ---------------------------------------------------------------------------
 
